@@ -1,0 +1,1 @@
+"""effbench's shared harness: runner, records, efficiency meter, metrics, tasks, zoo, tables."""
