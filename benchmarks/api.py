@@ -21,7 +21,14 @@ from .registry import Registry
 
 
 def _load_methods() -> None:
+    import importlib
+    import os
+
     import methods  # noqa: F401  (imports every methods/<name>/method.py)
+
+    # out-of-tree methods/tasks/baselines: EFFBENCH_PLUGINS="pkg.module,other.module"
+    for mod in filter(None, (m.strip() for m in os.environ.get("EFFBENCH_PLUGINS", "").split(","))):
+        importlib.import_module(mod)
 
 
 def _load_baselines() -> None:
@@ -30,6 +37,8 @@ def _load_baselines() -> None:
 
 def _load_tasks() -> None:
     import benchmarks.tasks  # noqa: F401
+
+    METHODS.names()   # plugins may register tasks too
 
 
 METHODS: Registry[type["Method"]] = Registry("method", _load_methods)
@@ -49,6 +58,23 @@ def register_baseline(name: str):
         cls.name = name
         return BASELINES.register(name)(cls)
     return deco
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str
+    higher_is_better: bool
+    unit: str = ""
+    describe: str = ""
+
+
+METRICS: Registry[MetricSpec] = Registry("metric")
+
+
+def register_metric(name: str, higher_is_better: bool, unit: str = "", describe: str = "") -> MetricSpec:
+    spec = MetricSpec(name, higher_is_better, unit, describe)
+    METRICS.register(name)(spec)
+    return spec
 
 
 def register_task(name: str):
@@ -160,6 +186,16 @@ class Method(abc.ABC):
         import inspect
 
         return Path(inspect.getfile(cls)).parent
+
+    @classmethod
+    def config_path(cls) -> Path:
+        return cls.folder() / "config.yaml"
+
+    @classmethod
+    def presets(cls) -> list[str]:
+        from .config import read_preset_file
+
+        return list(read_preset_file(cls.config_path()).presets)
 
     @abc.abstractmethod
     def variants(self, cfg: Any) -> list[Variant]:

@@ -160,6 +160,8 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def read_yaml(path: Path) -> Any:
+    if not Path(path).exists():
+        raise ConfigError(f"{path} does not exist")
     try:
         return yaml.safe_load(Path(path).read_text())
     except yaml.YAMLError as e:

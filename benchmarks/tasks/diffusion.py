@@ -1,0 +1,343 @@
+"""Diffusion sampling task: quality and cost of a (possibly accelerated) diffusion pipeline.
+
+- Mini-world (`model: zoo:<entry>`): samples `num_samples` images from fixed per-image seeds (the same
+  seeds for every variant), measures quality against the digits test set with the shared image metrics,
+  fidelity (PSNR/SSIM) against the reference variant's images from the same seeds, latency per image of
+  a whole sampling call, denoiser MACs per image (aten counter, hooks respected) and params.
+- Paper architecture (`model: arch:<name>`, random weights): no quality. Denoiser MACs per step with
+  Torch-Pruning's counter (the papers' convention) and latency per step, for each kind of denoiser call
+  the variant makes (`subject.plan`), composed over the sampling schedule.
+- User weights (`model: hf:<repo-or-path>`): a local diffusers pipeline; prompts from `prompts_file`.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Callable, ContextManager
+
+import torch
+
+from .. import efficiency as eff
+from ..api import Metric, Outcome, RunContext, Task, Variant, register_task
+from ..config import BaseConfig, check_choice, check_positive
+from ..errors import ConfigError
+
+SCHEDULERS = ("ddim", "pndm", "dpm", "ddpm")
+IMAGE_METRICS = ("fid", "kid", "is", "precision", "recall", "accuracy", "clip_score", "psnr", "ssim")
+
+
+@dataclass(frozen=True)
+class DiffusionConfig(BaseConfig):
+    task: str = "diffusion"
+    model: str = "zoo:ddpm_digits"
+    scheduler: str = "ddim"
+    steps: int = 20
+    guidance_scale: float = 1.0
+    num_samples: int = 100
+    batch_size: int = 50
+    latency_batch: int = 1
+    quality: tuple[str, ...] = ("fid", "kid", "accuracy", "psnr", "ssim")
+    mac_counter: str = "aten"
+    prompts_file: str = ""        # hf: models: one prompt per line (PartiPrompts, COCO captions)
+    save_samples: int = 64        # images written to the run's artifacts as a grid (0: none)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_choice(self, "scheduler", SCHEDULERS)
+        check_choice(self, "quality", IMAGE_METRICS)
+        check_choice(self, "mac_counter", eff.MAC_COUNTERS)
+        check_positive(self, "steps", "batch_size", "latency_batch")
+        if self.num_samples < 0:
+            raise ConfigError("num_samples must be >= 0")
+        if not self.model.startswith(("zoo:", "arch:", "hf:")):
+            raise ConfigError(f"bad value {self.model!r} for key 'model': use zoo:<name>, arch:<name> or hf:<path>")
+
+
+@dataclass(frozen=True)
+class Cond:
+    label: int
+    prompt: str
+
+
+@dataclass
+class DiffusionSubject:
+    pipe: Any
+    steps: int
+    guidance_scale: float
+    sampler: Callable | None = None          # sampler(subject, conds, seed) -> images [B,C,H,W] in [0,1]
+    plan: list[str] | None = None             # kind of each denoiser call, for paper-arch composition
+    force: Callable[[str], ContextManager] | None = None
+    undo: list[Callable[[], None]] = field(default_factory=list)
+    arch_inputs: Callable[[int, torch.device], dict] | None = None
+
+    @property
+    def denoiser(self) -> torch.nn.Module:
+        return self.pipe.unet if hasattr(self.pipe, "unet") else self.pipe.transformer
+
+    def set_denoiser(self, module: torch.nn.Module) -> None:
+        """Replace the denoiser in this subject only (pruning methods). Never prune the shared one in place."""
+        if hasattr(self.pipe, "unet"):
+            self.pipe.unet = module
+        else:
+            self.pipe.transformer = module
+
+    def release(self) -> None:
+        while self.undo:
+            self.undo.pop()()
+
+
+class ArchPipe:
+    """Stand-in 'pipeline' for a bare paper architecture: holds the denoiser and a scheduler."""
+
+    def __init__(self, denoiser: torch.nn.Module, scheduler: Any):
+        self.unet = denoiser
+        self.scheduler = scheduler
+
+
+def make_scheduler(kind: str, config: Any):
+    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, PNDMScheduler
+
+    cls = {"ddim": DDIMScheduler, "pndm": PNDMScheduler, "dpm": DPMSolverMultistepScheduler, "ddpm": DDPMScheduler}[kind]
+    extra = {"skip_prk_steps": True} if kind == "pndm" else {}
+    return cls.from_config(config, **extra)
+
+
+def digit_conditions(n: int) -> list[Cond]:
+    from ..zoo.data import DIGIT_NAMES
+
+    return [Cond(i % 10, f"a handwritten {DIGIT_NAMES[i % 10]}") for i in range(n)]
+
+
+def _to_tensor(images: Any) -> torch.Tensor:
+    import numpy as np
+
+    if isinstance(images, torch.Tensor):
+        x = images.float()
+        if x.dim() == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
+            x = x.permute(0, 3, 1, 2)
+    else:
+        x = torch.from_numpy(np.asarray(images, dtype=np.float32)).permute(0, 3, 1, 2)
+    return x.clamp(0, 1).contiguous()
+
+
+def pipeline_sample(subject: DiffusionSubject, conds: list[Cond], seed: int) -> torch.Tensor:
+    """Sample one image per condition with the pipeline's own __call__; image i uses seed + i."""
+    if subject.sampler is not None:
+        return subject.sampler(subject, conds, seed)
+    pipe = subject.pipe
+    device = getattr(pipe, "device", torch.device("cpu"))
+    gens = [torch.Generator(device="cpu").manual_seed(seed + i) for i in range(len(conds))]
+    name = type(pipe).__name__
+    kw: dict[str, Any] = {"num_inference_steps": subject.steps, "generator": gens}
+    if name.startswith("DDPM") or name.startswith("DDIM"):
+        out = pipe(batch_size=len(conds), output_type="np", **kw)
+    elif name.startswith("DiT"):
+        out = pipe(class_labels=[c.label for c in conds], guidance_scale=subject.guidance_scale, output_type="np", **kw)
+    else:
+        out = pipe(prompt=[c.prompt for c in conds], guidance_scale=subject.guidance_scale, output_type="np", **kw)
+    del device
+    return _to_tensor(out.images)
+
+
+@contextlib.contextmanager
+def count_denoiser_macs(denoiser: torch.nn.Module):
+    """Counts aten MACs of the denoiser's forward calls only (hooks of the method respected)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    state = {"depth": 0, "calls": 0}
+
+    def pre(_m, _a):
+        if state["depth"] == 0:
+            counter.__enter__()
+        state["depth"] += 1
+
+    def post(_m, _a, _o):
+        state["depth"] -= 1
+        if state["depth"] == 0:
+            counter.__exit__(None, None, None)
+            state["calls"] += 1
+
+    h1, h2 = denoiser.register_forward_pre_hook(pre), denoiser.register_forward_hook(post)
+    result: dict[str, int] = {}
+    try:
+        yield result
+    finally:
+        h1.remove(), h2.remove()
+        result["macs"] = int(counter.get_total_flops() // 2)
+        result["calls"] = state["calls"]
+
+
+def _grid(images: torch.Tensor, path) -> None:
+    import torchvision
+
+    torchvision.utils.save_image(images, str(path), nrow=int(max(1, round(len(images) ** 0.5))), padding=1)
+
+
+@register_task("diffusion")
+class DiffusionTask(Task):
+    version = 1
+
+    def __init__(self, cfg: DiffusionConfig, ctx: RunContext):
+        super().__init__(cfg, ctx)
+        kind, _, name = cfg.model.partition(":")
+        self.kind, self.source = kind, name
+        device = torch.device(ctx.device)
+        if kind == "zoo":
+            from .. import zoo
+
+            self.pipe = zoo.load(name, progress=ctx.progress)
+            self._model_id = f"zoo:{name}@{zoo.path(name).name.rsplit('-', 1)[-1]}"
+        elif kind == "arch":
+            from ..diffusion_archs import build_random, get_arch
+            from diffusers import DDIMScheduler
+
+            arch = get_arch(name)
+            self.arch = arch
+            self.pipe = ArchPipe(build_random(name, ctx.seed).to(device), DDIMScheduler(num_train_timesteps=1000))
+            self._model_id = f"arch:{name}(random weights)"
+        else:
+            from ..assets import hf_model
+            from diffusers import DiffusionPipeline
+
+            path = hf_model(name, what=f"diffusers pipeline {name!r}")
+            self.pipe = DiffusionPipeline.from_pretrained(str(path), local_files_only=True)
+            self._model_id = f"hf:{name}"
+        if hasattr(self.pipe, "to") and kind != "arch":
+            self.pipe = self.pipe.to(device)
+        if hasattr(self.pipe, "set_progress_bar_config"):
+            self.pipe.set_progress_bar_config(disable=True)
+        self.conds = self._conditions()
+        self.reference_images: torch.Tensor | None = None
+
+    @property
+    def model_id(self) -> str:
+        return self._model_id
+
+    @property
+    def task_id(self) -> str:
+        c = self.cfg
+        if self.kind == "arch":
+            return f"diffusion/{self.source}/{c.scheduler}{c.steps}"
+        return f"diffusion/{self.source}/{c.scheduler}{c.steps}/n{c.num_samples}"
+
+    def _conditions(self) -> list[Cond]:
+        if self.kind == "hf" and self.cfg.num_samples:
+            from ..assets import local_path
+
+            path = local_path(self.cfg.prompts_file, "prompt list for the paper protocol (one prompt per line)",
+                              "export PartiPrompts (P2.tsv 'Prompt' column) or the first caption of each COCO2017 "
+                              "val image to a text file and pass --set prompts_file=/path/prompts.txt")
+            prompts = [p.strip() for p in path.read_text().splitlines() if p.strip()][: self.cfg.num_samples]
+            return [Cond(-1, p) for p in prompts]
+        return digit_conditions(self.cfg.num_samples)
+
+    def subject(self) -> DiffusionSubject:
+        if self.kind == "arch":
+            pipe = ArchPipe(self.pipe.unet, make_scheduler(self.cfg.scheduler, self.pipe.scheduler.config))
+            return DiffusionSubject(pipe, self.cfg.steps, self.cfg.guidance_scale, arch_inputs=self.arch.inputs)
+        pipe = type(self.pipe)(**self.pipe.components)   # new pipeline object, shared modules
+        pipe.scheduler = make_scheduler(self.cfg.scheduler, self.pipe.scheduler.config)
+        if hasattr(pipe, "set_progress_bar_config"):
+            pipe.set_progress_bar_config(disable=True)
+        return DiffusionSubject(pipe, self.cfg.steps, self.cfg.guidance_scale)
+
+    def release(self, subject: DiffusionSubject) -> None:
+        subject.release()
+
+    # -----------------------------------------------------------------------------------------
+    def evaluate(self, subject: DiffusionSubject, variant: Variant, ctx: RunContext) -> Outcome:
+        if self.kind == "arch":
+            return self._evaluate_arch(subject, ctx)
+        cfg, out = self.cfg, Outcome()
+        seed = ctx.seed * 100_003
+        images = []
+        if cfg.num_samples:
+            for i in ctx.bar(range(0, len(self.conds), cfg.batch_size), desc="sampling"):
+                with torch.inference_mode():
+                    images.append(pipeline_sample(subject, self.conds[i:i + cfg.batch_size], seed + i))
+            imgs = torch.cat(images)
+            out.metrics.update(self._quality(imgs, ctx))
+            if ctx.artifact_dir is not None and cfg.save_samples:
+                _grid(imgs[: cfg.save_samples], ctx.artifact_dir / "samples.png")
+            out.payload = imgs
+        one = self.conds[: cfg.latency_batch] or digit_conditions(cfg.latency_batch)
+        with torch.inference_mode(), count_denoiser_macs(subject.denoiser) as m:
+            pipeline_sample(subject, one[:1], seed)
+        lat, mem = eff.timed(lambda: pipeline_sample(subject, one, seed), ctx.latency, ctx.device, per="call")
+        e = out.efficiency
+        e["params"] = eff.count_params(subject.denoiser)
+        e["macs"], e["macs_per"], e["mac_counter"] = m["macs"], "image", "aten(denoiser)"
+        e["denoiser_calls"] = m["calls"]
+        e["macs_per_step"] = m["macs"] / max(m["calls"], 1)
+        e["latency"] = lat.scaled(1.0 / len(one), per="image").to_dict()
+        e["latency_batch"] = len(one)
+        e["peak_memory"] = mem
+        out.notes["steps"] = subject.steps
+        return out
+
+    def _quality(self, imgs: torch.Tensor, ctx: RunContext) -> dict[str, Metric]:
+        names = [n for n in self.cfg.quality if n not in ("psnr", "ssim")]
+        res: dict[str, Metric] = {}
+        if self.kind == "zoo" and names:
+            from ..metrics import image_quality
+
+            labels = torch.tensor([c.label for c in self.conds]) if self._conditional() else None
+            prompts = [c.prompt for c in self.conds] if self._conditional() else None
+            usable = [n for n in names if (n not in ("accuracy", "clip_score")) or labels is not None]
+            res.update(image_quality(imgs, labels=labels, prompts=prompts, names=tuple(usable)))
+        fid_names = [n for n in self.cfg.quality if n in ("psnr", "ssim")]
+        if fid_names and ctx.reference is not None and isinstance(ctx.reference.payload, torch.Tensor):
+            from ..metrics import fidelity
+
+            res.update({k: v for k, v in fidelity(imgs, ctx.reference.payload).items() if k in fid_names})
+        return res
+
+    def _conditional(self) -> bool:
+        return not type(self.pipe).__name__.startswith(("DDPM", "DDIM"))
+
+    # -----------------------------------------------------------------------------------------
+    def _evaluate_arch(self, subject: DiffusionSubject, ctx: RunContext) -> Outcome:
+        """Per-kind MACs (torch_pruning counter) and latency of one denoiser call, composed over the plan."""
+        out = Outcome()
+        sched = subject.pipe.scheduler
+        sched.set_timesteps(subject.steps)
+        n_calls = len(sched.timesteps)
+        plan = subject.plan or ["full"] * n_calls
+        device = torch.device(ctx.device)
+        den = subject.denoiser
+        kinds = list(dict.fromkeys(plan))
+        per_kind: dict[str, dict] = {}
+        for kind in kinds:
+            force = subject.force(kind) if subject.force else contextlib.nullcontext()
+            inputs = subject.arch_inputs(1, device)
+            batch_inputs = subject.arch_inputs(self.cfg.latency_batch, device)
+            with force:
+                if self.cfg.mac_counter == "torch_pruning":
+                    macs = eff.macs_torch_pruning(den, inputs)
+                else:
+                    macs = eff.macs_aten(lambda: den(**inputs))
+                lat, mem = eff.timed(lambda: den(**batch_inputs), ctx.latency, ctx.device, per="step")
+            per_kind[kind] = {"macs": macs, "latency": lat.scaled(1.0 / self.cfg.latency_batch, per="step"),
+                              "count": plan.count(kind), "peak_memory": mem}
+        total_macs = sum(v["macs"] * v["count"] for v in per_kind.values())
+        reps = min(len(v["latency"].values) for v in per_kind.values())
+        composed = [sum(v["count"] * v["latency"].values[i] for v in per_kind.values()) for i in range(reps)]
+        e = out.efficiency
+        e["params"] = eff.count_params(den)
+        e["macs"], e["macs_per"], e["mac_counter"] = total_macs, "image", self.cfg.mac_counter
+        e["macs_per_step"] = total_macs / len(plan)
+        e["denoiser_calls"] = len(plan)
+        e["latency"] = eff.LatencyStats(composed, per="image (composed per-step timings)", warmup=ctx.latency.get("warmup", 0)).to_dict()
+        e["latency_per_kind"] = {k: {**v["latency"].to_dict(), "count": v["count"], "macs": v["macs"]} for k, v in per_kind.items()}
+        e["peak_memory"] = max((v["peak_memory"] for v in per_kind.values()), key=lambda d: d["rss_peak_mib"])
+        out.notes["composed"] = ("latency and MACs per image are composed from per-kind denoiser calls "
+                                 "measured separately: sum over the schedule of (count x per-call cost)")
+        out.notes["plan"] = "".join("F" if k == "full" else k[0] for k in plan)
+        return out
+
+
+def deepcopy_denoiser(subject: DiffusionSubject) -> torch.nn.Module:
+    """A private copy of the subject's denoiser for methods that modify weights or structure."""
+    return copy.deepcopy(subject.denoiser)
