@@ -181,6 +181,7 @@ class DeepCache(Method):
         handle = enable_deepcache(subject.pipe, **params)
         subject.undo.append(handle.disable)
         subject.force = handle.force
+        subject.replayed = lambda kind: [] if kind == "full" else list(handle.modules.values())
         sched = subject.pipe.scheduler
         sched.set_timesteps(subject.steps)
         full = handle.policy.full_steps(len(sched.timesteps))
