@@ -147,7 +147,7 @@ def count_denoiser_macs(denoiser: torch.nn.Module):
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
-    state = {"depth": 0, "calls": 0}
+    state = {"depth": 0, "calls": 0, "flops": 0}   # entering the mode resets its counts: accumulate here
 
     def pre(_m, _a):
         if state["depth"] == 0:
@@ -158,6 +158,7 @@ def count_denoiser_macs(denoiser: torch.nn.Module):
         state["depth"] -= 1
         if state["depth"] == 0:
             counter.__exit__(None, None, None)
+            state["flops"] += counter.get_total_flops()
             state["calls"] += 1
 
     h1, h2 = denoiser.register_forward_pre_hook(pre), denoiser.register_forward_hook(post)
@@ -166,7 +167,7 @@ def count_denoiser_macs(denoiser: torch.nn.Module):
         yield result
     finally:
         h1.remove(), h2.remove()
-        result["macs"] = int(counter.get_total_flops() // 2)
+        result["macs"] = int(state["flops"] // 2)
         result["calls"] = state["calls"]
 
 

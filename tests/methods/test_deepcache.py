@@ -196,3 +196,45 @@ def test_paper_arch_run_composes_full_and_cached_costs(tiny_arch, results):
     assert n5.efficiency["mac_speedup"]["value"] == pytest.approx(51 * full / (11 * full + 40 * (full - replayed)))
     assert few.efficiency["macs_per_base_step"] == pytest.approx(26 * full / 51)
     assert "composed" in n5.notes
+
+
+# ---- mini-world path through the harness (tiny random pipeline registered as a zoo entry) ---------
+
+@pytest.fixture
+def tiny_zoo(tmp_path, monkeypatch):
+    from benchmarks.zoo.core import ZOO, ZooEntry
+
+    monkeypatch.setenv("EFFBENCH_HOME", str(tmp_path / "home"))
+
+    def train(recipe, out, ctx):
+        tiny_ddpm_pipeline().save_pretrained(out)
+        return {"quality": {}}
+
+    def load(path):
+        from diffusers import DDPMPipeline
+
+        return DDPMPipeline.from_pretrained(path)
+
+    ZOO._ensure()
+    ZOO._items["tiny_ddpm_test"] = ZooEntry("tiny_ddpm_test", {}, train, load, "test fixture")
+    yield "zoo:tiny_ddpm_test"
+    del ZOO._items["tiny_ddpm_test"]
+
+
+def test_smoke_path_records_fidelity_speedup_and_macs(tiny_zoo, results):
+    from benchmarks.runner import run
+
+    s = run("deepcache", "smoke_ddpm", [f"model={tiny_zoo}", "quality=[psnr, ssim]", "num_samples=4",
+                                        "batch_size=4", "steps=6", "intervals=[1, 3]", "fewer_steps=[3]", "branch=1",
+                                        "latency_min_reps=2", "latency_min_seconds=0", "latency_batch=2"],
+            out=results, tracker="none", progress=False, log=lambda m: None)
+    recs = {r.variant: r for r in s.written}
+    assert all(r.status == "ok" for r in recs.values()), [r.error for r in recs.values()]
+    n1, n3, few = recs["deepcache[branch=1,interval=1]"], recs["deepcache[branch=1,interval=3]"], recs["fewer_steps[steps=3]"]
+    assert "psnr" not in recs["uncached"].metrics               # fidelity is relative to the reference
+    assert n1.metrics["psnr"]["value"] >= 100 and n1.metrics["ssim"]["value"] == pytest.approx(1.0)  # N=1: identical
+    assert n3.metrics["ssim"]["value"] < 1.0
+    assert n3.efficiency["macs"] < recs["uncached"].efficiency["macs"]
+    assert n3.efficiency["mac_speedup"]["value"] > 1.0 and few.efficiency["mac_speedup"]["value"] == pytest.approx(2.0)
+    assert n3.efficiency["denoiser_calls"] == 6 and few.efficiency["denoiser_calls"] == 3
+    assert (results / n3.artifacts / "samples.png").exists()

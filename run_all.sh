@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# The default suite: build the mini-world zoo, run every method's smoke presets, then generate all
+# paper tables, the leaderboard and (if available) the HTML report. Finished runs are skipped, so a
+# second invocation only does what is missing. Exit status 1 if any run failed.
+set -uo pipefail
+cd "$(dirname "$0")"
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"      # one thread: deterministic, and fair speed ratios
+export TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+OUT="${EFFBENCH_RESULTS:-results}"
+TRACKER="${EFFBENCH_TRACKER:-wandb}"
+start=$(date +%s)
+failed=()
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "zoo: train the mini-world models (cached in \${EFFBENCH_HOME:-~/.cache/effbench})"
+effbench zoo build || failed+=("zoo build")
+
+runs=$(python - <<'PY'
+import json, subprocess, sys
+data = json.loads(subprocess.run(["effbench", "list", "--json"], capture_output=True, text=True, check=True).stdout)
+for m in data["methods"]:
+    for p in m["presets"]:
+        if p == "smoke" or p.startswith("smoke_"):
+            print(m["method"], p)
+PY
+)
+while read -r method preset; do
+  [ -z "$method" ] && continue
+  step "run: $method --preset $preset"
+  t0=$(date +%s)
+  effbench run "$method" --preset "$preset" --out "$OUT" --tracker "$TRACKER" || failed+=("$method/$preset")
+  echo "    ($method/$preset: $(( $(date +%s) - t0 )) s)"
+done <<< "$runs"
+
+step "paper tables -> paper_tables/"
+effbench table --all --results "$OUT" || failed+=("tables")
+step "leaderboard -> $OUT/leaderboard.md"
+effbench leaderboard --results "$OUT" > /dev/null && echo "wrote $OUT/leaderboard.md" || failed+=("leaderboard")
+if effbench report --help > /dev/null 2>&1; then
+  step "HTML report -> $OUT/report/index.html"
+  effbench report --results "$OUT" || failed+=("report")
+fi
+
+elapsed=$(( $(date +%s) - start ))
+step "summary"
+python - "$OUT" <<'PY'
+import sys
+from collections import Counter
+from benchmarks.record import RecordStore
+recs, problems = RecordStore(sys.argv[1]).read()
+c = Counter((r.method, r.status) for r in recs)
+for m in sorted({r.method for r in recs}):
+    print(f"  {m:<20} ok {c[(m, 'ok')]:>3}   error {c[(m, 'error')]:>3}")
+print(f"  records: {len(recs)}, damaged lines skipped: {len(problems)}")
+PY
+echo "  wall time: ${elapsed}s"
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "  FAILED: ${failed[*]}"
+  exit 1
+fi
+echo "  all runs ok"
