@@ -68,7 +68,19 @@ class MetricSpec:
     describe: str = ""
 
 
-METRICS: Registry[MetricSpec] = Registry("metric")
+def _load_metrics() -> None:
+    import importlib
+    import pkgutil
+
+    import benchmarks.efficiency  # noqa: F401
+    import benchmarks.metrics
+
+    for m in pkgutil.iter_modules(benchmarks.metrics.__path__):
+        importlib.import_module(f"benchmarks.metrics.{m.name}")
+    METHODS.names()   # methods/tasks may register their own metrics
+
+
+METRICS: Registry[MetricSpec] = Registry("metric", _load_metrics)
 
 
 def register_metric(name: str, higher_is_better: bool, unit: str = "", describe: str = "") -> MetricSpec:

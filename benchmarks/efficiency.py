@@ -173,3 +173,17 @@ def threads(n: int):
         yield
     finally:
         torch.set_num_threads(old)
+
+
+def _register() -> None:
+    from .api import register_metric
+
+    register_metric("speedup", True, "x", "reference latency / variant latency, same process (efficiency.speedup)")
+    register_metric("mac_speedup", True, "x", "reference MACs / variant MACs (efficiency.mac_speedup)")
+    register_metric("params", False, "", "unique parameters of the (transformed) model")
+    register_metric("macs", False, "MAC", "multiply-accumulates per `macs_per` unit, counter in `mac_counter`")
+    register_metric("latency", False, "s", "mean latency per `latency.per` unit (p50/p90/p99/std kept)")
+    register_metric("peak_memory", False, "MiB", "peak host RSS (and CUDA max allocated) during timing")
+
+
+_register()
