@@ -33,7 +33,7 @@ def hf_model(repo_or_path: str, what: str, subfolder: str | None = None) -> Path
     raise MissingAssetError(
         what,
         f"download it where you have network (`huggingface-cli download {repo_or_path}`) so that it lands in "
-        f"the local Hugging Face cache, or pass a local folder with --set weights=/path/to/model",
+        f"the local Hugging Face cache, or pass a local folder with --set model=hf:/path/to/model",
         looked,
     )
 

@@ -17,7 +17,10 @@ from .errors import ConfigError
 from .record import RecordStore, RunRecord
 
 ROW_KEYS = {"id", "source", "setting", "metric", "value", "unit", "scale", "tolerance", "match", "needs", "note",
-            "higher_is_better"}
+            "higher_is_better", "versus", "relation", "margin"}
+# A claim row (has `versus`) checks a qualitative statement between two of our records:
+#   ours(match) <relation> ours(versus) [+/- margin], relation in > >= < <= ~ ("~": |a-b| <= margin).
+RELATIONS = (">", ">=", "<", "<=", "~")
 
 
 @dataclass
@@ -52,6 +55,8 @@ def load_paper(method: str) -> dict:
         for k in ("id", "metric", "match"):
             if k not in r:
                 raise ConfigError(f"{path}: row {r.get('id', i)} lacks {k!r}")
+        if "versus" in r and r.get("relation") not in RELATIONS:
+            raise ConfigError(f"{path}: claim row {r['id']} needs relation in {RELATIONS}")
     return {"paper": data.get("paper", {}), "rows": rows}
 
 
@@ -91,6 +96,9 @@ def build_rows(method: str, records: list[RunRecord]) -> tuple[dict, list[Row]]:
         paper = r.get("value")
         paper = float(paper) if isinstance(paper, (int, float)) else None
         delta = within = None
+        if "versus" in r:
+            rows.append(_claim_row(r, rec, ours, mine))
+            continue
         if rec is None:
             status = f"not run: needs {r['needs']}" if r.get("needs") else "not run"
         elif ours is None:
@@ -105,6 +113,28 @@ def build_rows(method: str, records: list[RunRecord]) -> tuple[dict, list[Row]]:
                         str(r.get("unit", "")), ours, delta, within, status, rec.run_id if rec else None,
                         str(r.get("note", ""))))
     return spec["paper"], rows
+
+
+def _claim_row(r: dict, rec: RunRecord | None, ours: float | None, mine: list[RunRecord]) -> Row:
+    other = [x for x in mine if _matches(x, r["versus"])]
+    theirs = other[-1].value(r["metric"]) if other else None
+    if theirs is not None and r.get("scale") is not None:
+        theirs *= float(r["scale"])
+    margin = float(r.get("margin", 0.0))
+    within = status = None
+    if rec is None or not other:
+        status = f"not run: needs {r['needs']}" if r.get("needs") else "not run"
+    elif ours is None or theirs is None:
+        status = f"record has no {r['metric']!r}"
+    else:
+        rel = r["relation"]
+        within = {">": ours > theirs + margin, ">=": ours >= theirs - margin, "<": ours < theirs - margin,
+                  "<=": ours <= theirs + margin, "~": abs(ours - theirs) <= margin}[rel]
+        status = "claim supported" if within else "claim NOT supported"
+    vs = r["versus"].get("variant", str(r["versus"]))
+    return Row(str(r["id"]), str(r.get("source", "")), f"{r.get('setting', '')} [ours {r['relation']} {vs}]",
+               r["metric"], theirs, str(r.get("unit", "")), ours, (ours - theirs) if ours is not None and theirs is not None else None,
+               within, status, rec.run_id if rec else None, str(r.get("note", "")))
 
 
 def _fmt(v: float | None) -> str:

@@ -90,6 +90,7 @@ def test_cli_run_then_table_and_leaderboard(results, tmp_path, capsys):
     assert main(["table", "toy", "--results", str(results), "--out", str(tmp_path / "tables")]) == 0
     md = (tmp_path / "tables" / "toy.md").read_text()
     assert "| toy_mac_speedup |" in md and "not run: needs the real toy weights" in md
+    assert "| toy_claim_cheaper_is_worse |" in md and "claim supported" in md and "claim NOT supported" in md
     assert (tmp_path / "tables" / "toy.tex").read_text().startswith("\\begin{table}")
     assert main(["leaderboard", "--results", str(results)]) == 0
     out = capsys.readouterr().out
