@@ -13,11 +13,16 @@ failed=()
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "zoo: train the mini-world models (cached in \${EFFBENCH_HOME:-~/.cache/effbench})"
-effbench zoo build || failed+=("zoo build")
+JOBS="${EFFBENCH_JOBS:-2}"     # independent single-threaded jobs at once (2 cores: 2)
+mkdir -p "$OUT/logs"
 
-runs=$(python - <<'PY'
-import json, subprocess, sys
+step "zoo: train the mini-world models, $JOBS at a time (cached in \${EFFBENCH_HOME:-~/.cache/effbench})"
+effbench zoo build --jobs "$JOBS" || failed+=("zoo build")
+
+# methods that measure multi-process speedups run alone; the rest two at a time, one thread each
+SOLO="asyncdiff"
+mapfile -t runs < <(python - <<'PY'
+import json, subprocess
 data = json.loads(subprocess.run(["effbench", "list", "--json"], capture_output=True, text=True, check=True).stdout)
 for m in data["methods"]:
     for p in m["presets"]:
@@ -25,13 +30,30 @@ for m in data["methods"]:
             print(m["method"], p)
 PY
 )
-while read -r method preset; do
-  [ -z "$method" ] && continue
-  step "run: $method --preset $preset"
+run_one() {   # method preset -> log file; prints one status line
+  local method=$1 preset=$2 t0 rc
   t0=$(date +%s)
-  effbench run "$method" --preset "$preset" --out "$OUT" --tracker "$TRACKER" || failed+=("$method/$preset")
-  echo "    ($method/$preset: $(( $(date +%s) - t0 )) s)"
-done <<< "$runs"
+  effbench run "$method" --preset "$preset" --out "$OUT" --tracker "$TRACKER" --quiet > "$OUT/logs/$method.$preset.log" 2>&1
+  rc=$?
+  printf '    %-22s %-16s %s  (%ss, log %s)\n' "$method" "$preset" "$([ $rc -eq 0 ] && echo ok || echo FAILED)" \
+    "$(( $(date +%s) - t0 ))" "$OUT/logs/$method.$preset.log"
+  return $rc
+}
+step "runs: every method's smoke presets (skips finished runs)"
+pids=(); names=()
+for line in "${runs[@]}"; do
+  read -r method preset <<< "$line"
+  case " $SOLO " in *" $method "*) continue ;; esac
+  run_one "$method" "$preset" & pids+=($!); names+=("$method/$preset")
+  if [ ${#pids[@]} -ge "$JOBS" ]; then
+    wait "${pids[0]}" || failed+=("${names[0]}"); pids=("${pids[@]:1}"); names=("${names[@]:1}")
+  fi
+done
+for i in "${!pids[@]}"; do wait "${pids[$i]}" || failed+=("${names[$i]}"); done
+for line in "${runs[@]}"; do
+  read -r method preset <<< "$line"
+  case " $SOLO " in *" $method "*) run_one "$method" "$preset" || failed+=("$method/$preset") ;; esac
+done
 
 step "paper tables -> paper_tables/"
 effbench table --all --results "$OUT" || failed+=("tables")

@@ -93,6 +93,14 @@ def cmd_leaderboard(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from benchmarks.report import build
+
+    index = build(args.results, args.out, report=lambda s: _p(f"[warn] {s}", file=sys.stderr))
+    _p(f"wrote {index} (open it in a browser; works offline)")
+    return 0
+
+
 def cmd_zoo(args) -> int:
     from benchmarks import zoo
 
@@ -111,8 +119,11 @@ def cmd_zoo(args) -> int:
     names = args.names or zoo.ZOO.names()
     for n in names:
         zoo.ZOO.get(n)
-    for n in names:
-        zoo.build(n, force=args.force)
+    if args.jobs > 1 and len(names) > 1:
+        zoo.build_many(names, jobs=args.jobs, force=args.force)
+    else:
+        for n in names:
+            zoo.build(n, force=args.force)
     return 0
 
 
@@ -175,11 +186,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default=None, help="folder for leaderboard.md and plots (default: results folder)")
     s.set_defaults(fn=cmd_leaderboard)
 
+    s = sub.add_parser("report", help="static HTML site: leaderboards, paper tables, sweeps, run pages")
+    s.add_argument("--results", default="results")
+    s.add_argument("--out", default=None, help="site folder (default: <results>/report)")
+    s.set_defaults(fn=cmd_report)
+
     s = sub.add_parser("zoo", help="mini-world models: build (train, cached) or list")
     s.add_argument("action", choices=["build", "list"])
     s.add_argument("names", nargs="*")
     s.add_argument("--force", action="store_true")
     s.add_argument("--json", action="store_true")
+    s.add_argument("--jobs", type=int, default=1, help="train this many models at once (one thread each)")
     s.set_defaults(fn=cmd_zoo)
 
     s = sub.add_parser("bench", help="speed/memory benchmarks (benchmarks/bench_*.py)")

@@ -144,6 +144,33 @@ def build(name: str, force: bool = False, progress: bool = True, log: Callable[[
         return final
 
 
+def _build_one(name: str, force: bool) -> tuple[str, str]:
+    import torch
+
+    torch.set_num_threads(1)
+    return name, str(build(name, force=force, progress=False))
+
+
+def build_many(names: list[str], jobs: int = 2, force: bool = False, log: Callable[[str], None] = print) -> dict[str, Path]:
+    """Build several entries in `jobs` spawned processes (one thread each). Dependencies are built by
+    whichever worker needs them first; the per-entry file lock makes the other wait, never rebuild."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    # longest first keeps both workers busy; unknown durations go first
+    order = sorted(names, key=lambda n: -((manifest(n) or {}).get("train_seconds") or 1e9))
+    out: dict[str, Path] = {}
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
+        futs = [pool.submit(_build_one, n, force) for n in order]
+        for f in as_completed(futs):
+            name, p = f.result()
+            m = manifest(name) or {}
+            q = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in m.get("quality", {}).items())
+            log(f"[zoo] {name}: ready ({m.get('train_seconds', '?')} s to train)  {q}")
+            out[name] = Path(p)
+    return out
+
+
 _LOADED: dict[tuple[str, str], Any] = {}
 
 
