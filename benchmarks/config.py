@@ -153,8 +153,8 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not key or not key.replace("_", "a").isalnum():
         raise ConfigError(f"bad --set {text!r}: key must be a name like cache_interval")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as e:
+        value = load_yaml_text(raw) if raw.strip() else ""
+    except ConfigError as e:
         raise ConfigError(f"bad --set {text!r}: value is not valid YAML ({str(e).splitlines()[0]})") from None
     return key, value
 
@@ -163,9 +163,42 @@ def read_yaml(path: Path) -> Any:
     if not Path(path).exists():
         raise ConfigError(f"{path} does not exist")
     try:
-        return yaml.safe_load(Path(path).read_text())
-    except yaml.YAMLError as e:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read: {e}") from None
+    try:
+        return load_yaml_text(text)
+    except ConfigError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
+
+
+def load_yaml_text(text: str) -> Any:
+    """yaml.safe_load that only ever raises ConfigError: YAML errors, but also values the YAML constructors
+    reject (`2001-13-45` is a timestamp with month 13: ValueError), nesting deep enough to exhaust the stack,
+    and self-referential anchors (`&a [*a]`), which no config or spec can mean."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(str(e)) from None
+    except RecursionError:
+        raise ConfigError("nested too deeply") from None
+    except (ValueError, TypeError, OverflowError) as e:
+        raise ConfigError(f"bad value: {e}") from None
+    _check_acyclic(data)
+    return data
+
+
+def _check_acyclic(data: Any) -> None:
+    stack: list[tuple[Any, frozenset]] = [(data, frozenset())]
+    while stack:
+        node, seen = stack.pop()
+        if isinstance(node, (list, tuple, dict)):
+            if id(node) in seen:
+                raise ConfigError("a YAML alias refers to itself (recursive structure)")
+            inner = seen | {id(node)}
+            stack.extend((v, inner) for v in (node.values() if isinstance(node, dict) else node))
+            if isinstance(node, dict):
+                stack.extend((k, inner) for k in node if isinstance(k, tuple))
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,7 @@ def plan(method_name: str, preset: str | None = None, overrides: Sequence[str] =
     preset, cfg = resolve(cls.Config, cls.config_path(), preset, overrides, method=cls.name)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ConfigError(f"bad seed {seed!r}: must be an integer")
+    resolve_device(cfg.device)            # a bad or unavailable device fails here, before any work
     task_cls = TASKS.get(cfg.task)
     variants = method.variants(cfg)
     if not variants:

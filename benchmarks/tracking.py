@@ -54,4 +54,4 @@ def log_record(record, tracker: str, out_dir: Path) -> dict:
             run.log({"metrics_table": wandb.Table(columns=["variant", "metric", "value", "protocol", "higher_is_better"], data=rows)})
         return {"name": "wandb", "run_id": run.id, "dir": str(Path(run.dir).parent)}
     finally:
-        run.finish(quiet=True)
+        run.finish()          # wandb >= 0.19 has no `quiet` argument (silent via Settings above)
