@@ -169,3 +169,25 @@ def fidelity(images, reference_images, names: Sequence[str] = ("psnr", "ssim")) 
     if "ssim" in names:
         out["ssim"] = Metric(float(ssim(x, y).mean()), True, f"ssim/gauss11-1.5/reflect/range=1/n={n}", VERSIONS["ssim"])
     return out
+
+
+def _register() -> None:
+    from ..api import register_metric
+
+    for name, hib, unit, text in [
+        ("fid", False, "", "Frechet distance of extractor features to the reference set (float64)"),
+        ("kid", False, "", "kernel inception distance (unbiased MMD, polynomial kernel)"),
+        ("is", True, "", "inception score of the extractor's class posteriors"),
+        ("precision", True, "", "Kynkaanniemi et al. improved precision (k-NN manifolds)"),
+        ("recall", True, "", "Kynkaanniemi et al. improved recall"),
+        ("density", True, "", "Naeem et al. density"),
+        ("coverage", True, "", "Naeem et al. coverage"),
+        ("accuracy", True, "", "fraction where the classifier agrees with the requested label / class"),
+        ("clip_score", True, "", "100 * max(cos(image, text), 0), mean over pairs"),
+        ("psnr", True, "dB", "fidelity to the reference variant's output (capped at 100)"),
+        ("ssim", True, "", "structural similarity to the reference variant's output"),
+    ]:
+        register_metric(name, hib, unit, text)
+
+
+_register()

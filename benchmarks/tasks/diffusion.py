@@ -242,7 +242,14 @@ class DiffusionTask(Task):
         if self.kind == "arch":
             pipe = ArchPipe(self.pipe.unet, make_scheduler(self.cfg.scheduler, self.pipe.scheduler.config))
             return DiffusionSubject(pipe, self.cfg.steps, self.cfg.guidance_scale, arch_inputs=self.arch.inputs)
-        pipe = type(self.pipe)(**self.pipe.components)   # new pipeline object, shared modules
+        from diffusers.utils import logging as dlog
+
+        level = dlog.get_verbosity()
+        dlog.set_verbosity_error()            # re-wrapping the same components repeats load-time warnings
+        try:
+            pipe = type(self.pipe)(**self.pipe.components)   # new pipeline object, shared modules
+        finally:
+            dlog.set_verbosity(level)
         pipe.scheduler = make_scheduler(self.cfg.scheduler, self.pipe.scheduler.config)
         if hasattr(pipe, "set_progress_bar_config"):
             pipe.set_progress_bar_config(disable=True)
