@@ -37,12 +37,20 @@ def macs_torch_pruning(model: torch.nn.Module, example_inputs: Any) -> int:
     return int(macs)
 
 
+def countable_attention():
+    """Fused CPU attention kernels have no FLOP formula in torch's counter (they count as 0): count
+    under the math backend, which decomposes attention into matmuls the counter sees."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.MATH])
+
+
 def macs_aten(fn: Callable[[], Any]) -> int:
     """MACs of everything `fn` runs, counted at the aten level (torch.utils.flop_counter): includes
     attention matmuls and any module, hooks respected. MACs = FLOPs / 2."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+    with torch.no_grad(), countable_attention(), FlopCounterMode(display=False) as counter:
         fn()
     return int(counter.get_total_flops() // 2)
 

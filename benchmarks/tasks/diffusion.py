@@ -275,7 +275,7 @@ class DiffusionTask(Task):
                 _grid(imgs[: cfg.save_samples], ctx.artifact_dir / "samples.png")
             out.payload = imgs
         one = self.conds[: cfg.latency_batch] or digit_conditions(cfg.latency_batch)
-        with torch.inference_mode(), count_denoiser_macs(subject.denoiser) as m:
+        with torch.inference_mode(), eff.countable_attention(), count_denoiser_macs(subject.denoiser) as m:
             pipeline_sample(subject, one[:1], seed)
         lat, mem = eff.timed(lambda: pipeline_sample(subject, one, seed), ctx.latency, ctx.device, per="call")
         e = out.efficiency

@@ -46,3 +46,4 @@ def test_validate_rejects_non_numeric_metric():
     d["metrics"]["mse"]["value"] = "1.0"
     assert "no numeric value" in validate(d)
     assert validate(json.loads(_rec(1).to_json())) is None
+
