@@ -6,21 +6,10 @@ from __future__ import annotations
 import torch
 
 
-def _byte_chars() -> list[str]:
-    """The 256 printable stand-ins for bytes used by byte-level BPE tokenizers."""
-    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("\xa1"), ord("\xac") + 1)) + list(range(ord("\xae"), 256))
-    out, extra = {}, 0
-    for b in range(256):
-        if b in keep:
-            out[b] = chr(b)
-        else:
-            out[b] = chr(256 + extra)
-            extra += 1
-    return [out[b] for b in range(256)]
-
-
 def tiny_clip_tokenizer():
     from transformers import CLIPTokenizer
+
+    from benchmarks.zoo.models.clip import _byte_chars
 
     vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
     for suffix in ("", "</w>"):

@@ -106,12 +106,7 @@ class SegmentationTask(Task):
         else:
             from ..assets import hf_model, local_path
 
-            try:
-                path = hf_model(name, "SAM weights (e.g. facebook/sam-vit-base)")
-            except MissingAssetError as e:     # point at this task's config key
-                raise MissingAssetError(e.what, f"download it where you have network (`huggingface-cli download {name}`) "
-                                        "so that it lands in the local Hugging Face cache, or pass a local folder "
-                                        "with --set model=hf:/path/to/model", e.looked) from None
+            path = hf_model(name, "SAM weights (e.g. facebook/sam-vit-base)")
             local_path(cfg.data or None, "an SA-1B shard (images + annotation json)",
                        "download one SA-1B tar from https://ai.meta.com/datasets/segment-anything/ , unpack it "
                        "and pass --set data=/path/to/shard or set $EFFBENCH_SA1B", env="EFFBENCH_SA1B")

@@ -24,7 +24,7 @@ import torch
 from ..api import Metric, Outcome, RunContext, Task, Variant, register_task
 from ..config import BaseConfig, check_choice, check_positive
 from ..efficiency import count_params, macs_aten, macs_torch_pruning, timed
-from ..errors import ConfigError, EffbenchError, MissingAssetError
+from ..errors import ConfigError, EffbenchError
 
 ARCH_TEACHERS = {"bert-base": dict(hidden=768, layers=12, heads=12, intermediate=3072)}
 ARCH_STUDENTS = {"bert-4l-312": dict(hidden=312, layers=4, heads=12, intermediate=1200)}
@@ -119,12 +119,7 @@ class TextClassificationTask(Task):
         else:
             from ..assets import hf_model, local_path
 
-            try:
-                path = hf_model(name, "a fine-tuned teacher classifier (e.g. textattack/bert-base-uncased-ag-news)")
-            except MissingAssetError as e:     # point at this task's config key
-                raise MissingAssetError(e.what, f"download it where you have network (`huggingface-cli download {name}`) "
-                                        "so that it lands in the local Hugging Face cache, or pass a local folder "
-                                        "with --set model=hf:/path/to/model", e.looked) from None
+            path = hf_model(name, "a fine-tuned teacher classifier (e.g. textattack/bert-base-uncased-ag-news)")
             local_path(cfg.data or None, "AG News (train/test csv)",
                        "download AG News where you have network and pass --set data=/path/to/ag_news or set "
                        "$EFFBENCH_AGNEWS", env="EFFBENCH_AGNEWS")
