@@ -25,7 +25,7 @@ import torch
 from ..api import Metric, Outcome, RunContext, Task, Variant, register_task
 from ..config import BaseConfig, check_choice, check_positive
 from ..efficiency import count_params, macs_aten, macs_torch_pruning, timed
-from ..errors import ConfigError, EffbenchError, MissingAssetError
+from ..errors import ConfigError, EffbenchError
 
 PROMPTS = ("box", "point")
 
