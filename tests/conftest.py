@@ -59,3 +59,16 @@ def _no_network():
 @pytest.fixture
 def results(tmp_path):
     return tmp_path / "results"
+
+
+def pytest_collection_finish(session):
+    """A full run needs most zoo models: on a cold cache, train them two at a time (one thread each)
+    before the tests start, instead of one by one inside the first test that needs each."""
+    if len(session.items) < 100 or os.environ.get("EFFBENCH_TEST_PREBUILD", "1") == "0":
+        return
+    from benchmarks import zoo
+
+    missing = [n for n in zoo.ZOO.names() if not zoo.is_built(n)]
+    if missing:
+        print(f"\n[effbench] training {len(missing)} zoo models for the tests (cached in {zoo.home()}): {', '.join(missing)}")
+        zoo.build_many(missing, jobs=2)
