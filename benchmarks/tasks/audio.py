@@ -107,7 +107,7 @@ class AudioTask(Task):
             from .. import zoo
 
             self.pipe = zoo.load(name, progress=ctx.progress)
-            self._model_id = f"zoo:{name}@{zoo.path(name).name.rsplit('-', 1)[-1]}"
+            self._model_id = zoo.model_id(name)
         else:
             from diffusers import DiffusionPipeline
 

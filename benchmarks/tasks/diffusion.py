@@ -190,7 +190,7 @@ class DiffusionTask(Task):
             from .. import zoo
 
             self.pipe = zoo.load(name, progress=ctx.progress)
-            self._model_id = f"zoo:{name}@{zoo.path(name).name.rsplit('-', 1)[-1]}"
+            self._model_id = zoo.model_id(name)
         elif kind == "arch":
             from ..diffusion_archs import build_random, get_arch
             from diffusers import DDIMScheduler

@@ -95,6 +95,11 @@ def path(name: str) -> Path:
     return home() / "zoo" / f"{e.name}-{key(e.name)}"
 
 
+def model_id(name: str) -> str:
+    """Record identity of a zoo model: `zoo:<name>@<cache key>` (the key changes with the recipe)."""
+    return f"zoo:{name}@{key(name)}"
+
+
 def is_built(name: str) -> bool:
     return (path(name) / "manifest.json").exists()
 
