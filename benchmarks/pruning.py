@@ -20,6 +20,7 @@ loads the weights, so no pickle is involved.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
@@ -517,24 +518,37 @@ def _block_container(model: nn.Module) -> tuple[str, nn.Sequential]:
     return f"stages.{len(stages) - 2}.blocks", stages[-2].blocks
 
 
-def drop_blocks(model: nn.Module, spec: PruneSpec, calib: Callable[[], Batches] | None) -> dict[str, list[int]]:
-    """official (Isomorphic Pruning prune.py, --remove-layers): score each block of stages[-2] by the mean
-    over its parameters of mean |w * grad| and keep the most important ones in their original order.
-    reconstruction: gradients are recomputed on the width-pruned model (the official script reuses the
-    Taylor gradients left on the parameters)."""
-    path, blocks = _block_container(model)
-    n = len(blocks)
-    if spec.drop_blocks >= n:
-        raise ConfigError(f"cannot drop {spec.drop_blocks} of {n} blocks")
-    if calib is None:
-        raise ConfigError("drop_blocks needs calibration batches (block importance is Taylor)")
-    model.zero_grad(set_to_none=True)
-    accumulate_gradients(model, None, calib(), PruneSpec(importance="taylor", calib_batches=spec.calib_batches))
+def block_scores(blocks: nn.Sequential) -> torch.Tensor:
+    """official (Isomorphic Pruning prune.py, --remove-layers): a block's importance is the mean over its
+    parameters of mean |w * grad|. The means run over the parameters as they are *after* width pruning:
+    removing a block's low-|w*g| channels raises its score, so the surviving blocks tend to be the ones the
+    width step narrowed most."""
     scores = []
     for b in blocks:
         vals = [(p.grad * p).abs().mean() for p in b.parameters() if p.grad is not None]
         scores.append(torch.stack(vals).mean() if vals else torch.tensor(0.0))
-    order = torch.argsort(torch.stack(scores), descending=True)
+    return torch.stack(scores).detach()
+
+
+def drop_blocks(model: nn.Module, spec: PruneSpec, calib: Callable[[], Batches] | None) -> dict[str, list[int]]:
+    """official (Isomorphic Pruning prune.py, --remove-layers, ConvNext-4.2G): after width pruning, score each
+    block of stages[-2] (`block_scores`) and keep the `n - drop_blocks` most important ones in their original
+    order. official: the scores use the Taylor gradients accumulated on the dense model for the width step,
+    which Torch-Pruning slices together with the weights; they are used as they are when every block
+    parameter still carries one. reconstruction: otherwise (a non-Taylor width criterion, for which the
+    official script has no gradients and fails) Taylor gradients are taken on the width-pruned model."""
+    path, blocks = _block_container(model)
+    n = len(blocks)
+    if spec.drop_blocks >= n:
+        raise ConfigError(f"cannot drop {spec.drop_blocks} of {n} blocks")
+    params = [p for b in blocks for p in b.parameters()]
+    reuse = spec.importance == "taylor" and all(p.grad is not None and p.grad.shape == p.shape for p in params)
+    if not reuse:
+        if calib is None:
+            raise ConfigError("drop_blocks needs calibration batches (block importance is Taylor)")
+        model.zero_grad(set_to_none=True)
+        accumulate_gradients(model, None, calib(), PruneSpec(importance="taylor", calib_batches=spec.calib_batches))
+    order = torch.argsort(block_scores(blocks), descending=True, stable=True)
     keep = sorted(order[: n - spec.drop_blocks].tolist())
     _set_blocks(model, path, keep)
     model.zero_grad(set_to_none=True)
@@ -629,15 +643,19 @@ def prune(model: nn.Module, example_inputs: torch.Tensor, spec: PruneSpec, num_c
                 break
         else:
             log(f"[prune] target {spec.target} x{spec.speedup} not reached after {steps} steps")
-    if grads:
-        model.zero_grad(set_to_none=True)
     heads = fix_attention_heads(model, pruner.num_heads)
     dropped = {}
     if spec.drop_blocks > 0:
+        # official: before the gradients are cleared (the depth step reuses the width step's Taylor gradients)
         dropped = drop_blocks(model, spec, calib)
+    if grads:
+        model.zero_grad(set_to_none=True)
     scopes = {}
     if spec.scope == "isomorphic":
-        scopes = {k[:80]: len(v) for k, v in isomorphic_scopes(pruner).items()}
+        # signatures are long and share prefixes (one residual class per stage): shortened + a digest, so
+        # distinct classes never collapse into one key of the record
+        scopes = {f"{k[:64]}#{hashlib.sha1(k.encode()).hexdigest()[:8]}": len(v)
+                  for k, v in isomorphic_scopes(pruner).items()}
     history = _as_json_history(pruner.pruning_history())
     del pruner
     model.zero_grad(set_to_none=True)

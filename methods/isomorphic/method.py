@@ -50,7 +50,7 @@ class IsomorphicConfig(ClassificationConfig):
 
 @register_method("isomorphic")
 class Isomorphic(Method):
-    version = 1
+    version = 2
     Config = IsomorphicConfig
     paper = {"title": "Isomorphic Pruning for Vision Models", "arxiv": "2407.04616",
              "code": "https://github.com/VainF/Isomorphic-Pruning"}

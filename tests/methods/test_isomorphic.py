@@ -144,3 +144,40 @@ def test_iterative_head_pruning_keeps_every_attention_alive(scope):
     prune(m, X, PruneSpec(importance="l2", scope=scope, ratio=0.3, iterative_steps=5, head_ratio=0.5), 10)
     heads = [b.attn.num_heads for b in m.blocks]
     assert all(h >= 1 for h in heads) and sum(heads) == 6      # half of 12 heads in the end, not all
+
+
+@pytest.mark.timeout(120)
+def test_block_dropping_reuses_the_width_steps_taylor_gradients():
+    """official prune.py: --remove-layers scores blocks with the gradients accumulated for the width step
+    (sliced with the weights by Torch-Pruning), so calibration data is read once, and the score is the mean
+    over the *pruned* parameters of mean |w * grad|."""
+    from benchmarks.pruning import block_scores, drop_blocks
+
+    arch = {"kind": "timm_convnext", "kwargs": {"in_chans": 1, "num_classes": 10, "depths": [1, 1, 4, 1],
+                                                 "dims": [8, 16, 24, 32], "patch_size": 1}}
+    calls = []
+    batches = _calib()()
+
+    def calib():
+        calls.append(1)
+        return batches
+
+    m = _model(arch)
+    prune(m, X, PruneSpec(importance="taylor", scope="isomorphic", ratio=0.25, round_to=2, drop_blocks=2,
+                          calib_batches=1), 10, calib=calib)
+    assert len(calls) == 1 and len(m.stages[2].blocks) == 2
+    assert all(p.grad is None for p in m.parameters())        # cleared once the depth step is done
+    # the score itself: mean over parameters of mean |w * g| (hand-set gradients, no calibration needed)
+    m = _model(arch)
+    blocks = m.stages[2].blocks
+    with torch.no_grad():
+        for i, b in enumerate(blocks):
+            for p in b.parameters():
+                p.fill_(-1.0)
+                p.grad = torch.full_like(p, float(i + 1))      # |w * g| = i + 1 everywhere in block i
+    assert torch.allclose(block_scores(blocks), torch.tensor([1.0, 2.0, 3.0, 4.0]))
+    spec = PruneSpec(importance="taylor", drop_blocks=3)
+    kept = drop_blocks(m, spec, calib=None)                    # no calibration: the gradients present are used
+    assert kept == {"stages.2.blocks": [3]} and len(m.stages[2].blocks) == 1
+    with pytest.raises(Exception, match="calibration"):       # a non-Taylor criterion leaves no Taylor gradients
+        drop_blocks(_model(arch), PruneSpec(importance="l2", drop_blocks=1), calib=None)
