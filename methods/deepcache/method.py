@@ -51,18 +51,38 @@ def nonuniform_steps(total: int, interval: int, center: int, power: float) -> li
 
 
 class DeepCachePolicy(CachePolicy):
-    def __init__(self, interval: int, schedule: str, center: int, power: float):
+    """Full or cached, per U-Net call.
+
+    official (sd/pipeline_stable_diffusion.py): the full-step indices are drawn from
+    range(num_inference_steps) and compared with the index of the U-Net call in `scheduler.timesteps`.
+    Samplers with more timesteps than inference steps (PLMS/PNDM: 51 timesteps for 50 steps, its first
+    timestep repeats) therefore cache their trailing calls: PLMS 50, N=5 has full calls 0, 5, ..., 45
+    (10) and 41 cached calls. With N=1 nothing is cached (official: `quick_replicate = cache_interval > 1`).
+    `scheduler` (optional) supplies `num_inference_steps`; without it the call count is the step count."""
+
+    def __init__(self, interval: int, schedule: str, center: int, power: float, scheduler: Any = None):
         self.interval, self.schedule, self.center, self.power = interval, schedule, center, power
-        self._memo: dict[int, frozenset[int]] = {}
+        self.scheduler = scheduler
+        self._memo: dict[tuple[int, int], frozenset[int]] = {}
+
+    def nominal_steps(self, total: int) -> int:
+        """Inference steps the schedule is drawn over: the scheduler's `num_inference_steps`, at most `total`."""
+        n = getattr(self.scheduler, "num_inference_steps", None)
+        return min(int(n), total) if n else total
 
     def full_steps(self, total: int) -> frozenset[int]:
-        if total not in self._memo:
-            if self.schedule == "uniform" or self.interval == 1:
-                steps = uniform_steps(total, self.interval)
+        """Indices (among `total` U-Net calls) of the full calls."""
+        steps = self.nominal_steps(total)
+        key = (total, steps)
+        if key not in self._memo:
+            if self.interval == 1:
+                full = range(total)
+            elif self.schedule == "uniform":
+                full = uniform_steps(steps, self.interval)
             else:
-                steps = nonuniform_steps(total, self.interval, self.center, self.power)
-            self._memo[total] = frozenset(steps)
-        return self._memo[total]
+                full = nonuniform_steps(steps, self.interval, self.center, self.power)
+            self._memo[key] = frozenset(full)
+        return self._memo[key]
 
     def compute(self, step: int, total: int, name: str) -> bool:
         return step in self.full_steps(total)
@@ -134,7 +154,7 @@ def enable_deepcache(pipe: Any, interval: int, branch: int = 0, schedule: str = 
     """Attach DeepCache to a live diffusers pipeline (its `unet` and `scheduler`). Returns a handle;
     `handle.disable()` restores the original pipeline exactly."""
     unet = pipe.unet
-    policy = DeepCachePolicy(interval, schedule, center, power)
+    policy = DeepCachePolicy(interval, schedule, center, power, scheduler=pipe.scheduler)
     return attach_replay(unet, pipe.scheduler, named(unet, replayed_modules(unet, branch)), policy)
 
 
@@ -161,7 +181,7 @@ class DeepCacheConfig(DiffusionConfig):
 
 @register_method("deepcache")
 class DeepCache(Method):
-    version = 1
+    version = 2
     Config = DeepCacheConfig
     paper = {"title": "DeepCache: Accelerating Diffusion Models for Free", "arxiv": "2312.00858",
              "code": "https://github.com/horseee/DeepCache", "venue": "CVPR 2024"}

@@ -43,6 +43,24 @@ def test_policy_uses_the_schedule():
     assert [s for s in range(12) if pol.compute(s, 12, "x")] == [0, 5, 10]
 
 
+def test_plms_schedule_is_drawn_over_inference_steps_not_calls():
+    """official: full steps = range(0, num_inference_steps, N) compared with the call index; PLMS 50 has
+    51 timesteps (its first one repeats), so the trailing call is cached: 10 full calls, 41 cached."""
+    from diffusers import PNDMScheduler
+
+    sched = PNDMScheduler(skip_prk_steps=True, steps_offset=1)
+    sched.set_timesteps(50)
+    assert len(sched.timesteps) == 51
+    pol = DeepCachePolicy(5, "uniform", 15, 1.4, scheduler=sched)
+    assert sorted(pol.full_steps(51)) == list(range(0, 50, 5))
+    assert not pol.compute(50, 51, "x")
+    assert sorted(DeepCachePolicy(2, "uniform", 15, 1.4, scheduler=sched).full_steps(51)) == list(range(0, 50, 2))
+    assert sorted(DeepCachePolicy(5, "nonuniform", 15, 1.4, scheduler=sched).full_steps(51)) == \
+        [0, 5, 9, 13, 17, 21, 26, 31, 37, 43]
+    # N=1 caches nothing, the trailing PLMS call included (official: quick_replicate = interval > 1)
+    assert DeepCachePolicy(1, "uniform", 15, 1.4, scheduler=sched).full_steps(51) == frozenset(range(51))
+
+
 # ---- which modules are replayed ------------------------------------------------------------------
 
 def test_branch_selects_layers_deeper_than_the_skip():
@@ -99,6 +117,21 @@ def test_cached_steps_skip_the_deep_path_and_count_steps(sd):
     hm.remove(), hu.remove()
     # 7 steps, full at 0, 3, 6: the mid block computes 3 times (CFG is batched: one U-Net call per step)
     assert calls == {"mid": 3, "unet": 7}
+
+
+def test_plms_trailing_call_is_cached_in_a_real_sampling_loop(sd):
+    from benchmarks.tasks.diffusion import make_scheduler
+
+    calls = {"mid": 0, "unet": 0}
+    hm = sd.unet.mid_block.resnets[0].register_forward_pre_hook(lambda *a: calls.__setitem__("mid", calls["mid"] + 1))
+    hu = sd.unet.register_forward_pre_hook(lambda *a: calls.__setitem__("unet", calls["unet"] + 1))
+    sd.scheduler = make_scheduler("pndm", sd.scheduler.config)
+    h = enable_deepcache(sd, interval=3)
+    _sd(sd, steps=6)
+    h.disable()
+    hm.remove(), hu.remove()
+    # PLMS 6 steps = 7 U-Net calls; full calls at 0, 3 (range(0, 6, 3)); calls 6 is cached
+    assert calls == {"mid": 2, "unet": 7}
 
 
 def test_cached_step_replays_the_full_step_features_exactly(sd):
@@ -188,12 +221,13 @@ def test_paper_arch_run_composes_full_and_cached_costs(tiny_arch, results):
               "encoder_hidden_states": torch.randn(1, 16, 32), "return_dict": False}
     full, _, layer, _ = tp.utils.count_ops_and_params(unet, inputs, layer_wise=True)
     assert base.efficiency["macs_per_step"] == pytest.approx(full)
-    # PLMS 50 = 51 U-Net calls; N=5 -> full calls at 0,5,...,50 (11), cached calls replay the deep path
+    # PLMS 50 = 51 U-Net calls; N=5 -> official full calls at 0,5,...,45 (10), the other 41 replay the deep path
     kinds = n5.efficiency["latency_per_kind"]
-    assert kinds["full"]["count"] == 11 and kinds["cached"]["count"] == 40
+    assert kinds["full"]["count"] == 10 and kinds["cached"]["count"] == 41
+    assert n5.notes["plan"] == ("F" + "c" * 4) * 10 + "c"
     replayed = sum(layer[m] for m in replayed_modules(unet, 0))
     assert kinds["cached"]["macs"] == pytest.approx(full - replayed)
-    assert n5.efficiency["mac_speedup"]["value"] == pytest.approx(51 * full / (11 * full + 40 * (full - replayed)))
+    assert n5.efficiency["mac_speedup"]["value"] == pytest.approx(51 * full / (10 * full + 41 * (full - replayed)))
     assert few.efficiency["macs_per_base_step"] == pytest.approx(26 * full / 51)
     assert "composed" in n5.notes
 
