@@ -16,20 +16,29 @@ step() { printf '\n==> %s\n' "$*"; }
 JOBS="${EFFBENCH_JOBS:-2}"     # independent single-threaded jobs at once (2 cores: 2)
 mkdir -p "$OUT/logs"
 
-step "zoo: train the mini-world models, $JOBS at a time (cached in \${EFFBENCH_HOME:-~/.cache/effbench})"
-effbench zoo build --jobs "$JOBS" || failed+=("zoo build")
-
-# methods that measure multi-process speedups run alone; the rest two at a time, one thread each
-SOLO="asyncdiff"
-mapfile -t runs < <(python - <<'PY'
+# the suite: every method's smoke* presets, and the zoo models they name (with their dependencies)
+mapfile -t plan < <(python - <<'PY'
 import json, subprocess
 data = json.loads(subprocess.run(["effbench", "list", "--json"], capture_output=True, text=True, check=True).stdout)
+zoo = []
 for m in data["methods"]:
     for p in m["presets"]:
         if p == "smoke" or p.startswith("smoke_"):
-            print(m["method"], p)
+            print("run", m["method"], p)
+            zoo += [z for z in m["zoo"].get(p, []) if z not in zoo]
+print("zoo", *zoo)
 PY
 )
+runs=(); zoo_names=()
+for line in "${plan[@]}"; do
+  case "$line" in run\ *) runs+=("${line#run }") ;; zoo\ *) read -r -a zoo_names <<< "${line#zoo }" ;; esac
+done
+
+step "zoo: train the ${#zoo_names[@]} mini-world models the suite needs (and their dependencies), $JOBS at a time (cached in \${EFFBENCH_HOME:-~/.cache/effbench})"
+effbench zoo build "${zoo_names[@]}" --jobs "$JOBS" || failed+=("zoo build")
+
+# methods that measure multi-process speedups run alone; the rest two at a time, one thread each
+SOLO="asyncdiff"
 run_one() {   # method preset -> log file; prints one status line
   local method=$1 preset=$2 t0 rc
   t0=$(date +%s)

@@ -209,6 +209,31 @@ class Method(abc.ABC):
 
         return list(read_preset_file(cls.config_path()).presets)
 
+    @classmethod
+    def zoo_models(cls, preset: str) -> list[str]:
+        """Zoo entries a preset names (`zoo:<name>` or a bare zoo name in any config value), so a suite
+        can build them up front; entries they depend on (e.g. the FID feature network) come with them."""
+        from .config import read_preset_file
+        from .zoo import ZOO
+
+        pf = read_preset_file(cls.config_path())
+        found: list[str] = []
+
+        def scan(v: Any) -> None:
+            if isinstance(v, str):
+                name = v[4:].split("@")[0] if v.startswith("zoo:") else v
+                if name in ZOO and name not in found:
+                    found.append(name)
+            elif isinstance(v, (list, tuple)):
+                for x in v:
+                    scan(x)
+            elif isinstance(v, dict):
+                for x in v.values():
+                    scan(x)
+
+        scan({**pf.defaults, **pf.presets[preset]})
+        return found
+
     @abc.abstractmethod
     def variants(self, cfg: Any) -> list[Variant]:
         """The comparison this run makes. The first variant is the reference for speedups."""

@@ -33,7 +33,11 @@ def cmd_list(args) -> int:
             presets = cls.presets()
         except EffbenchError as e:
             presets = [f"(broken: {e})"]
-        rows.append({"method": name, "presets": presets, "paper": cls.paper.get("arxiv", ""),
+        try:
+            zoo_models = {p: cls.zoo_models(p) for p in presets}
+        except EffbenchError:
+            zoo_models = {}
+        rows.append({"method": name, "presets": presets, "zoo": zoo_models, "paper": cls.paper.get("arxiv", ""),
                      "title": cls.paper.get("title", ""), "paper_rows": n_rows})
     if args.json:
         _p(json.dumps({"methods": rows, "baselines": BASELINES.names(), "tasks": TASKS.names(),

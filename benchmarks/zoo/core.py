@@ -34,6 +34,7 @@ class ZooEntry:
     describe: str = ""
     depends: tuple[str, ...] = ()
     version: int = 1
+    cost: float = 60.0        # rough single-core training seconds, to schedule a cold build_many
 
 
 @dataclass
@@ -52,11 +53,13 @@ ZOO: Registry[ZooEntry] = Registry("zoo model", _load_entries)
 
 
 def register_zoo(name: str, recipe: dict, load: Callable[[Path], Any], describe: str = "",
-                 depends: tuple[str, ...] = (), version: int = 1):
-    """Decorator for a train function: `@register_zoo("ddpm_digits", RECIPE, load=load_ddpm)`."""
+                 depends: tuple[str, ...] = (), version: int = 1, cost: float = 60.0):
+    """Decorator for a train function: `@register_zoo("ddpm_digits", RECIPE, load=load_ddpm)`.
+    `cost` is a rough single-core training time in seconds; `build_many` uses it to start the longest
+    dependency chains first when nothing has been built yet."""
 
     def deco(train_fn):
-        ZOO.register(name)(ZooEntry(name, dict(recipe), train_fn, load, describe, tuple(depends), version))
+        ZOO.register(name)(ZooEntry(name, dict(recipe), train_fn, load, describe, tuple(depends), version, cost))
         return train_fn
 
     return deco
@@ -156,23 +159,61 @@ def _build_one(name: str, force: bool) -> tuple[str, str]:
     return name, str(build(name, force=force, progress=False))
 
 
-def build_many(names: list[str], jobs: int = 2, force: bool = False, log: Callable[[str], None] = print) -> dict[str, Path]:
-    """Build several entries in `jobs` spawned processes (one thread each). Dependencies are built by
-    whichever worker needs them first; the per-entry file lock makes the other wait, never rebuild."""
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+def build_plan(names: list[str]) -> list[str]:
+    """The unbuilt entries `names` need (their unbuilt dependencies included), most urgent first: by
+    the longest chain of training time that still has to follow each one (critical path), in the
+    entries' `cost` hints (an unbuilt entry has no measured time)."""
+    todo: list[str] = []
 
-    # longest first keeps both workers busy; unknown durations go first
-    order = sorted(names, key=lambda n: -((manifest(n) or {}).get("train_seconds") or 1e9))
-    out: dict[str, Path] = {}
+    def visit(n: str) -> None:
+        if n in todo or is_built(n):
+            return
+        for d in ZOO.get(n).depends:
+            visit(d)
+        todo.append(n)
+
+    for n in names:
+        visit(n)
+    seconds = {n: float(ZOO.get(n).cost) for n in todo}
+    tail: dict[str, float] = {}
+
+    def chain(n: str) -> float:          # n's own time + the longest chain of entries waiting on n
+        if n not in tail:
+            tail[n] = seconds[n] + max((chain(m) for m in todo if n in ZOO.get(m).depends), default=0.0)
+        return tail[n]
+
+    return sorted(todo, key=lambda n: (-chain(n), n))
+
+
+def build_many(names: list[str], jobs: int = 2, force: bool = False, log: Callable[[str], None] = print) -> dict[str, Path]:
+    """Build several entries (and their dependencies) in `jobs` spawned processes, one thread each.
+    An entry starts only once its dependencies are built, so no worker sits waiting on a lock; among
+    the ready ones the longest remaining chain goes first (`build_plan`)."""
+    import multiprocessing as mp
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    plan = build_plan(names)
+    if force:   # forced entries rebuild even if built; their missing dependencies are built first
+        plan += [n for n in dict.fromkeys(names) if n not in plan]
+    out: dict[str, Path] = {n: path(n) for n in names if n not in plan}
+    pending, running = list(plan), {}
     with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
-        futs = [pool.submit(_build_one, n, force) for n in order]
-        for f in as_completed(futs):
-            name, p = f.result()
-            m = manifest(name) or {}
-            q = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in m.get("quality", {}).items())
-            log(f"[zoo] {name}: ready ({m.get('train_seconds', '?')} s to train)  {q}")
-            out[name] = Path(p)
+        while pending or running:
+            for n in [n for n in pending if not any(d in pending or d in running.values() for d in ZOO.get(n).depends)]:
+                if len(running) >= jobs:
+                    break
+                pending.remove(n)
+                running[pool.submit(_build_one, n, force and n in names)] = n
+            if not running:
+                raise RuntimeError(f"zoo entries {pending} wait on dependencies that are not being built")
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for f in finished:
+                running.pop(f)
+                name, p = f.result()
+                m = manifest(name) or {}
+                q = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in m.get("quality", {}).items())
+                log(f"[zoo] {name}: ready ({m.get('train_seconds', '?')} s to train)  {q}")
+                out[name] = Path(p)
     return out
 
 

@@ -171,7 +171,7 @@ def load_classifier(path: Path) -> AudioClassifier:
     return m.eval()
 
 
-@register_zoo("audio_classifier", CLS_RECIPE, load=load_classifier,
+@register_zoo("audio_classifier", CLS_RECIPE, load=load_classifier, cost=10,
               describe="log-mel CNN on the 12 synthetic sound classes (audio metric embedding)")
 def train_classifier(recipe: dict, out: Path, ctx: ZooContext) -> dict:
     from ...safeio import save_module
@@ -253,7 +253,7 @@ def build_audioldm(seed: int = 0, unet_channels: tuple[int, ...] = (16, 32, 32),
 
 
 LDM_RECIPE = {"n_per_class": 60, "seconds": 0.64, "seed": 0, "vae_steps": 200, "vae_batch": 16, "vae_lr": 3e-3,
-              "kl_weight": 1e-6, "text_steps": 300, "text_lr": 3e-3, "unet_steps": 1500, "unet_batch": 16, "unet_lr": 2e-3,
+              "kl_weight": 1e-6, "text_steps": 300, "text_lr": 3e-3, "unet_steps": 800, "unet_batch": 16, "unet_lr": 2e-3,
               "drop": 0.1}
 
 
@@ -265,7 +265,7 @@ def load_audioldm(path: Path):
     return pipe.to("cpu")
 
 
-@register_zoo("audioldm_tones", LDM_RECIPE, load=load_audioldm, depends=("audio_classifier",),
+@register_zoo("audioldm_tones", LDM_RECIPE, load=load_audioldm, depends=("audio_classifier",), cost=150,
               describe="tiny AudioLDM (diffusers) trained on captioned synthetic tones/chirps/noise/rhythms")
 def train_audioldm(recipe: dict, out: Path, ctx: ZooContext) -> dict:
     from diffusers import DDPMScheduler

@@ -99,6 +99,6 @@ CONVNEXT = {
     "size": SIZE, "seed": 0, "epochs": 20, "batch": 64, "lr": 4e-3, "wd": 0.05, "augment": True,
 }
 
-register_zoo("resnet_digits", RESNET, load=_load, describe="CIFAR-style ResNet-14 on 16x16 digits")(train_classifier)
-register_zoo("vit_digits", VIT, load=_load, describe="DeiT-style ViT (timm, 4 blocks, 4 heads) on 16x16 digits")(train_classifier)
-register_zoo("convnext_digits", CONVNEXT, load=_load, describe="ConvNeXt (timm, 3 stages) on 16x16 digits")(train_classifier)
+register_zoo("resnet_digits", RESNET, load=_load, cost=10, describe="CIFAR-style ResNet-14 on 16x16 digits")(train_classifier)
+register_zoo("vit_digits", VIT, load=_load, cost=45, describe="DeiT-style ViT (timm, 4 blocks, 4 heads) on 16x16 digits")(train_classifier)
+register_zoo("convnext_digits", CONVNEXT, load=_load, cost=35, describe="ConvNeXt (timm, 3 stages) on 16x16 digits")(train_classifier)

@@ -166,7 +166,7 @@ def load_clip(path: Path):
     return model, CLIPProcessor.from_pretrained(str(path))
 
 
-@register_zoo("clip_digits", RECIPE, load=load_clip,
+@register_zoo("clip_digits", RECIPE, load=load_clip, cost=30,
               describe="tiny image-text CLIP (CLIPModel) on 16x16 digits + captions, for CLIP Score")
 def train(recipe: dict, out: Path, ctx: ZooContext) -> dict:
     from ..data import digits

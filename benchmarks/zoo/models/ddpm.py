@@ -25,8 +25,8 @@ RECIPE = {
     "attention_head_dim": 32,
     "num_train_timesteps": 1000,
     "beta_schedule": "squaredcos_cap_v2",
-    "steps": 1500,
-    "batch_size": 64,
+    "steps": 1400,                # batch 32: FID 7.7 at DDIM 25 (1500 x 64: 7.1) for 60% of the compute
+    "batch_size": 32,
     "lr": 2e-3,
     "warmup": 100,
     "ema": 0.995,
@@ -168,7 +168,7 @@ def load_ddpm(path: Path):
     return pipe
 
 
-@register_zoo("ddpm_digits", RECIPE, load=load_ddpm, depends=("digits_cnn",),
+@register_zoo("ddpm_digits", RECIPE, load=load_ddpm, depends=("digits_cnn",), cost=140,
               describe="pixel DDPM (UNet2DModel + DDPMPipeline) on 16x16 digits")
 def train(recipe: dict, out: Path, ctx: ZooContext) -> dict:
     from diffusers import DDPMPipeline

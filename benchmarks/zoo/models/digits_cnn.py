@@ -135,7 +135,7 @@ def load_digits_cnn(path: Path) -> DigitsCNN:
     return model.eval().requires_grad_(False)
 
 
-@register_zoo("digits_cnn", RECIPE, load=load_digits_cnn,
+@register_zoo("digits_cnn", RECIPE, load=load_digits_cnn, cost=30,
               describe="16x16 digit CNN classifier + 64-d feature extractor (the mini-world Inception)")
 def train(recipe: dict, out: Path, ctx: ZooContext) -> dict:
     from ...safeio import save_tensors

@@ -23,7 +23,7 @@ VAE_RECIPE = {
     "block_out_channels": (32, 64),
     "latent_channels": 4,
     "norm_num_groups": 16,
-    "steps": 600,
+    "steps": 200,                 # test-digit reconstructions: PSNR 36 dB, digit accuracy 0.998 (600 steps: 44 dB)
     "batch_size": 64,
     "lr": 2e-3,
     "kl_weight": 1e-4,
@@ -40,7 +40,7 @@ T2I_RECIPE = {
     "num_train_timesteps": 1000,
     "beta_schedule": "squaredcos_cap_v2",
     "steps": 1200,
-    "batch_size": 64,
+    "batch_size": 32,             # cfg 3: accuracy 0.985, FID 4.8 (batch 64: 0.995, 5.8) for 55% of the compute
     "lr": 2e-3,
     "warmup": 100,
     "ema": 0.995,
@@ -72,7 +72,7 @@ def load_vae(path: Path):
     return AutoencoderKL.from_pretrained(str(path)).eval().requires_grad_(False)
 
 
-@register_zoo("vae_digits", VAE_RECIPE, load=load_vae, depends=("digits_cnn",),
+@register_zoo("vae_digits", VAE_RECIPE, load=load_vae, depends=("digits_cnn",), cost=70,
               describe="AutoencoderKL 16x16x1 <-> 8x8x4 latents (shared by t2i_digits and dit_digits)")
 def train_vae(recipe: dict, out: Path, ctx: ZooContext) -> dict:
     from ..data import digits
@@ -183,7 +183,7 @@ def load_t2i(path: Path):
     return pipe
 
 
-@register_zoo("t2i_digits", T2I_RECIPE, load=load_t2i, depends=("digits_cnn", "clip_digits", "vae_digits"),
+@register_zoo("t2i_digits", T2I_RECIPE, load=load_t2i, depends=("digits_cnn", "clip_digits", "vae_digits"), cost=170,
               describe="latent text-to-image (tiny StableDiffusionPipeline: AutoencoderKL + CLIP text + UNet2DConditionModel)")
 def train_t2i(recipe: dict, out: Path, ctx: ZooContext) -> dict:
     from diffusers import StableDiffusionPipeline

@@ -241,7 +241,7 @@ def load_lm(path: Path):
     return GPT2LMHeadModel.from_pretrained(str(path)).eval()
 
 
-@register_zoo("text_topics_teacher", TEACHER_RECIPE, load=load_classifier,
+@register_zoo("text_topics_teacher", TEACHER_RECIPE, load=load_classifier, cost=75,
               describe="BERT classifier (4x128) on the 4-topic mini-world corpus")
 def train_teacher(recipe: dict, out: Path, ctx: ZooContext) -> dict:
     from transformers import BertForSequenceClassification
@@ -275,7 +275,7 @@ def train_teacher(recipe: dict, out: Path, ctx: ZooContext) -> dict:
     return {"quality": q}
 
 
-@register_zoo("text_topics_lm", LM_RECIPE, load=load_lm,
+@register_zoo("text_topics_lm", LM_RECIPE, load=load_lm, cost=70,
               describe="GPT-2 (2x96) trained on unlabeled text of the 4-topic mini-world")
 def train_lm(recipe: dict, out: Path, ctx: ZooContext) -> dict:
     from transformers import GPT2LMHeadModel
