@@ -25,6 +25,7 @@ from ..errors import ConfigError
 
 SCHEDULERS = ("ddim", "pndm", "dpm", "ddpm")
 IMAGE_METRICS = ("fid", "kid", "is", "precision", "recall", "accuracy", "clip_score", "psnr", "ssim")
+PAPER_FEATURE_METRICS = ("fid", "kid", "is", "precision", "recall")   # against fid_reference, fid_extractor features
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,9 @@ class DiffusionConfig(BaseConfig):
     quality: tuple[str, ...] = ("fid", "kid", "accuracy", "psnr", "ssim")
     mac_counter: str = "aten"
     prompts_file: str = ""        # hf: models: one prompt per line (PartiPrompts, COCO captions)
+    clip_model: str = "clip_digits"   # CLIP Score model: the zoo's, or a local Hugging Face CLIP folder / hub id
+    fid_reference: str = ""       # hf: models: folder of reference images for FID / KID / precision-recall
+    fid_extractor: str = "inception_cleanfid"   # hf: models: Inception port (weights from the user, see metrics)
     save_samples: int = 64        # images written to the run's artifacts as a grid (0: none)
 
     def __post_init__(self) -> None:
@@ -211,6 +215,8 @@ class DiffusionTask(Task):
         if hasattr(self.pipe, "set_progress_bar_config"):
             self.pipe.set_progress_bar_config(disable=True)
         self.conds = self._conditions()
+        if kind == "hf":
+            self._paper_metric_assets()
         self._memo: dict = {}
         base = make_scheduler(cfg.scheduler, self.pipe.scheduler.config)
         base.set_timesteps(cfg.steps)
@@ -237,6 +243,26 @@ class DiffusionTask(Task):
             prompts = [p.strip() for p in path.read_text().splitlines() if p.strip()][: self.cfg.num_samples]
             return [Cond(-1, p) for p in prompts]
         return digit_conditions(self.cfg.num_samples)
+
+    def _paper_metric_assets(self) -> None:
+        """Resolve what the requested paper-track metrics need before any sampling, so a missing file fails
+        in seconds with its name and how to get it (exit 3), not after hours of generation."""
+        feats = [n for n in self.cfg.quality if n in PAPER_FEATURE_METRICS]
+        if "accuracy" in self.cfg.quality:
+            raise ConfigError("metric 'accuracy' is mini-world only (digit labels); drop it from 'quality' for hf: models")
+        if feats and self.cfg.num_samples:
+            from ..assets import local_path
+            from ..metrics.extractors import get_extractor
+
+            self._fid_reference = str(local_path(
+                self.cfg.fid_reference, f"reference images for {', '.join(feats)} (a folder of images)",
+                "extract the paper's reference set (e.g. CIFAR-10 train, COCO val2014 at 256 px) as image files "
+                "into a folder and pass --set fid_reference=/path/to/folder"))
+            get_extractor(self.cfg.fid_extractor)        # its weights file must exist (clear error otherwise)
+        if "clip_score" in self.cfg.quality and self.cfg.num_samples:
+            from ..metrics.clip_score import get_clip
+
+            get_clip(self.cfg.clip_model)
 
     def subject(self) -> DiffusionSubject:
         if self.kind == "arch":
@@ -299,7 +325,18 @@ class DiffusionTask(Task):
             labels = torch.tensor([c.label for c in self.conds]) if self._conditional() else None
             prompts = [c.prompt for c in self.conds] if self._conditional() else None
             usable = [n for n in names if (n not in ("accuracy", "clip_score")) or labels is not None]
-            res.update(image_quality(imgs, labels=labels, prompts=prompts, names=tuple(usable)))
+            res.update(image_quality(imgs, labels=labels, prompts=prompts, names=tuple(usable),
+                                     clip_model=self.cfg.clip_model))
+        if self.kind == "hf" and names:      # paper protocol: the user's reference images, Inception and CLIP
+            from ..metrics import image_quality
+
+            feats = tuple(n for n in names if n in PAPER_FEATURE_METRICS)
+            if feats:
+                res.update(image_quality(imgs, names=feats, reference=self._fid_reference,
+                                         extractor=self.cfg.fid_extractor))
+            if "clip_score" in names:
+                res.update(image_quality(imgs, prompts=[c.prompt for c in self.conds], names=("clip_score",),
+                                         clip_model=self.cfg.clip_model))
         fid_names = [n for n in self.cfg.quality if n in ("psnr", "ssim")]
         if fid_names and ctx.reference is not None and isinstance(ctx.reference.payload, torch.Tensor):
             from ..metrics import fidelity
