@@ -146,7 +146,8 @@ def test_worker_error_reaches_rank0_and_all_workers_end():
 @pytest.mark.timeout(120)
 def test_ctrl_c_terminates_every_worker(tmp_path):
     script = (
-        "import sys, time, torch.distributed as dist\n"
+        "import faulthandler, signal, sys, time, torch.distributed as dist\n"
+        "faulthandler.register(signal.SIGUSR1)\n"          # on a hang the test asks where rank 0 is stuck
         "from benchmarks.distributed import WorkerGroup, demo_target\n"
         "g = WorkerGroup(3, demo_target, ('loop',)).start()\n"
         "print(' '.join(map(str, g.pids)), flush=True)\n"
@@ -157,13 +158,24 @@ def test_ctrl_c_terminates_every_worker(tmp_path):
         "    print('interrupted', flush=True); sys.exit(130)\n"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=env, cwd=ROOT)
     pids = [int(x) for x in p.stdout.readline().split()]
     assert len(pids) == 2 and all(_alive(x) for x in pids)
     time.sleep(0.5)
     p.send_signal(signal.SIGINT)
-    out, _ = p.communicate(timeout=60)
-    assert p.returncode == 130 and "interrupted" in out
+    try:
+        out, err = p.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        p.send_signal(signal.SIGUSR1)
+        time.sleep(1.0)
+        p.kill()
+        out, err = p.communicate()
+        for x in pids:
+            if _alive(x):
+                os.kill(x, signal.SIGKILL)
+        pytest.fail(f"rank 0 did not exit within 60 s of Ctrl-C; its stacks:\n{err[-6000:]}")
+    assert p.returncode == 130 and "interrupted" in out, err[-3000:]
     deadline = time.time() + 10
     while time.time() < deadline and any(_alive(x) for x in pids):
         time.sleep(0.1)
