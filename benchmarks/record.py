@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import socket
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -100,6 +102,19 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, Path):
         return str(o)
     return str(o)
+
+
+OWNER = ".owner"          # "<host> <pid>" of the process writing a .tmp-<run_id> artifact folder
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def new_run_id(method: str, variant: str) -> str:
@@ -211,15 +226,33 @@ class RecordStore:
         return out
 
     def artifact_tmp(self, run_id: str) -> Path:
+        """Artifacts of a run in progress; renamed to runs/<run_id> when its record is written. The owner
+        file lets a later run remove the folder if this process dies first (`remove_orphans`)."""
         p = self.runs_dir / f".tmp-{run_id}"
         p.mkdir(parents=True, exist_ok=True)
+        (p / OWNER).write_text(f"{socket.gethostname()} {os.getpid()}")
         return p
+
+    def remove_orphans(self) -> list[Path]:
+        """Delete `.tmp-*` artifact folders whose owning process (on this host) no longer runs: what a
+        killed run leaves behind. Folders of live runs, of other hosts or without an owner file stay."""
+        removed = []
+        for tmp in self.runs_dir.glob(".tmp-*") if self.runs_dir.exists() else []:
+            try:
+                host, pid = (tmp / OWNER).read_text().split()
+            except (OSError, ValueError):
+                continue
+            if host == socket.gethostname() and not _pid_alive(int(pid)):
+                shutil.rmtree(tmp, ignore_errors=True)
+                removed.append(tmp)
+        return removed
 
     def commit_artifacts(self, run_id: str) -> Path | None:
         tmp = self.runs_dir / f".tmp-{run_id}"
         final = self.runs_dir / run_id
         if not tmp.exists():
             return None
+        (tmp / OWNER).unlink(missing_ok=True)
         if not any(tmp.iterdir()):
             tmp.rmdir()
             return None

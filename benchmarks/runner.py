@@ -113,6 +113,8 @@ def run(method_name: str, preset: str | None = None, overrides: Sequence[str] = 
     p = plan(method_name, preset, overrides, seed)
     method, cfg = p.method, p.cfg
     store = RecordStore(out)
+    for orphan in store.remove_orphans():
+        log(f"[clean] removed {orphan}: artifacts of a run that was killed before writing its record")
     summary = RunSummary(method.name, p.preset)
     done = set() if force else store.done_hashes()
     todo = [v for v in p.variants if p.hashes[v.name] not in done]

@@ -47,3 +47,26 @@ def test_validate_rejects_non_numeric_metric():
     assert "no numeric value" in validate(d)
     assert validate(json.loads(_rec(1).to_json())) is None
 
+
+
+def test_artifacts_of_a_killed_run_are_removed_live_and_foreign_ones_kept(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    s = RecordStore(tmp_path)
+    live = s.artifact_tmp("live")                       # this process: still running
+    dead = s.artifact_tmp("dead")
+    (dead / "samples.png").write_bytes(b"x")
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    (dead / ".owner").write_text(f"{socket.gethostname()} {gone.pid}")
+    other = s.artifact_tmp("other_host")
+    (other / ".owner").write_text("some-other-host 1")
+    legacy = s.runs_dir / ".tmp-legacy"                 # no owner file: left alone
+    legacy.mkdir()
+    assert s.remove_orphans() == [dead]
+    assert live.exists() and other.exists() and legacy.exists() and not dead.exists()
+    (live / "grid.png").write_bytes(b"x")
+    final = s.commit_artifacts("live")
+    assert final is not None and sorted(p.name for p in final.iterdir()) == ["grid.png"]
