@@ -147,6 +147,9 @@ def test_worker_error_reaches_rank0_and_all_workers_end():
 def test_ctrl_c_terminates_every_worker(tmp_path):
     script = (
         "import faulthandler, signal, sys, time, torch.distributed as dist\n"
+        # as in a terminal: a test runner started in the background (`cmd &`, GNU time) may pass SIGINT
+        # down as ignored, and Python then never raises KeyboardInterrupt
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         "faulthandler.register(signal.SIGUSR1)\n"          # on a hang the test asks where rank 0 is stuck
         "from benchmarks.distributed import WorkerGroup, demo_target\n"
         "g = WorkerGroup(3, demo_target, ('loop',)).start()\n"
