@@ -257,8 +257,9 @@ class WorkerGroup:
         if exc_type is None:
             self.join()
             return
-        failed = exc_type is not KeyboardInterrupt and any(p.exitcode not in (None, 0) for p in self.procs)
-        err = self._worker_error("a worker failed") if failed else None
+        # a worker's failure usually reaches rank 0 as a collective error (gloo: "connection closed by
+        # peer") before that worker's exit code is visible, so look for its report whatever the exit codes
+        err = self._worker_error("a worker failed") if exc_type is not KeyboardInterrupt else None
         self.terminate()
         if err is not None and "--- worker rank" in str(err):
             raise err from exc
