@@ -106,11 +106,11 @@ def load_lm(folder: Path):
 
 
 BASE = {"hidden": 96, "intermediate": 256, "layers": 6, "heads": 8, "seq_len": 64, "batch": 32,
-        "steps": 400, "lr": 3e-3, "docs": 8000, "seed": 0}
+        "steps": 700, "lr": 3e-3, "docs": 8000, "seed": 0}
 MHA = dict(BASE, name="llama_world_mha", kv_heads=8)
 GQA = dict(BASE, name="llama_world_gqa", kv_heads=4)
 
-register_zoo("llama_world_mha", MHA, load=load_lm, cost=100,
+register_zoo("llama_world_mha", MHA, load=load_lm, cost=150,
              describe="LlamaForCausalLM 6x96, 8 heads (MHA), word-level tokenizer, mini-world corpus")(train_lm)
-register_zoo("llama_world_gqa", GQA, load=load_lm, cost=100,
+register_zoo("llama_world_gqa", GQA, load=load_lm, cost=150,
              describe="LlamaForCausalLM 6x96, 8 query / 4 KV heads (GQA), word-level tokenizer, mini-world corpus")(train_lm)

@@ -36,7 +36,7 @@ ARCH = {
 RECIPE = {
     "arch": ARCH,
     "data_seed": 1234,
-    "steps": 800,
+    "steps": 1200,
     "batch_size": 16,
     "lr": 1e-3,
     "weight_decay": 1e-4,
@@ -217,7 +217,7 @@ def load_sam(path: Path):
     return SamModel.from_pretrained(str(path)).eval()
 
 
-@register_zoo("sam_shapes", RECIPE, load=load_sam, cost=95, describe="small SamModel (64x64 input, ViT width 64, 4 layers) on synthetic shapes")
+@register_zoo("sam_shapes", RECIPE, load=load_sam, cost=125, describe="small SamModel (64x64 input, ViT width 64, 4 layers) on synthetic shapes")
 def train(recipe: dict, out: Path, ctx: ZooContext) -> dict:
     from transformers import SamModel
 
