@@ -248,6 +248,7 @@ class DiffusionTask(Task):
         """Resolve what the requested paper-track metrics need before any sampling, so a missing file fails
         in seconds with its name and how to get it (exit 3), not after hours of generation."""
         feats = [n for n in self.cfg.quality if n in PAPER_FEATURE_METRICS]
+        self._fid_reference = "digits_test"          # image_quality's default; only read for feature metrics
         if "accuracy" in self.cfg.quality:
             raise ConfigError("metric 'accuracy' is mini-world only (digit labels); drop it from 'quality' for hf: models")
         if feats and self.cfg.num_samples:
@@ -330,13 +331,10 @@ class DiffusionTask(Task):
         if self.kind == "hf" and names:      # paper protocol: the user's reference images, Inception and CLIP
             from ..metrics import image_quality
 
-            feats = tuple(n for n in names if n in PAPER_FEATURE_METRICS)
-            if feats:
-                res.update(image_quality(imgs, names=feats, reference=self._fid_reference,
-                                         extractor=self.cfg.fid_extractor))
-            if "clip_score" in names:
-                res.update(image_quality(imgs, prompts=[c.prompt for c in self.conds], names=("clip_score",),
-                                         clip_model=self.cfg.clip_model))
+            usable = tuple(n for n in names if n in PAPER_FEATURE_METRICS or n == "clip_score")
+            res.update(image_quality(imgs, prompts=[c.prompt for c in self.conds], names=usable,
+                                     reference=self._fid_reference, extractor=self.cfg.fid_extractor,
+                                     clip_model=self.cfg.clip_model))
         fid_names = [n for n in self.cfg.quality if n in ("psnr", "ssim")]
         if fid_names and ctx.reference is not None and isinstance(ctx.reference.payload, torch.Tensor):
             from ..metrics import fidelity
